@@ -1,0 +1,80 @@
+"""Shared fixtures: the real API client, a real Redis subscriber, session factories."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings
+from rest_framework.test import APIClient
+
+AGENT = "550e8400-e29b-41d4-a716-446655440000"
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+class Subscriber:
+    """A real subscriber of events:session, as another service would be."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(channel)
+        # Wait for the subscription to be confirmed so no event is missed.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=0.1, ignore_subscribe_messages=False)
+            if message and message["type"] == "subscribe":
+                break
+        self.seen: list[dict] = []
+
+    def _drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            message = self.pubsub.get_message(timeout=max(remaining, 0.0))
+            if message is None:
+                if remaining <= 0:
+                    return
+                continue
+            self.seen.append(json.loads(message["data"]))
+
+    def events(self, aggregate_id=None, *, count: int | None = None, timeout: float = 2.0) -> list[dict]:
+        """Events received so far (for one session if given), waiting until `count` arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.seen if aggregate_id is None or e["aggregate_id"] == str(aggregate_id)]
+            remaining = deadline - time.monotonic()
+            if (count is not None and len(found) >= count) or remaining <= 0:
+                return found
+            self._drain(min(remaining, 0.2) if count is not None else remaining)
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.client.close()
+
+
+@pytest.fixture
+def subscriber() -> Iterator[Subscriber]:
+    assert settings.REDIS_URL, "the test suite needs REDIS_URL (make test sets it)"
+    sub = Subscriber(settings.REDIS_URL, settings.EVENTS_CHANNEL)
+    yield sub
+    sub.close()
+
+
+def create(api: APIClient, **fields) -> dict:
+    body = {"agent_id": AGENT, "session_type": "task", **fields}
+    response = api.post("/sessions/", body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def new_agent() -> str:
+    return str(uuid.uuid4())
