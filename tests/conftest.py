@@ -25,12 +25,12 @@ class Subscriber:
 
     def __init__(self, url: str, channel: str) -> None:
         self.client = redis.Redis.from_url(url)
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub = self.client.pubsub()
         self.pubsub.subscribe(channel)
         # Wait for the subscription to be confirmed so no event is missed.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            message = self.pubsub.get_message(timeout=0.1, ignore_subscribe_messages=False)
+            message = self.pubsub.get_message(timeout=0.1)
             if message and message["type"] == "subscribe":
                 break
         self.seen: list[dict] = []
@@ -40,7 +40,7 @@ class Subscriber:
         while True:
             remaining = deadline - time.monotonic()
             message = self.pubsub.get_message(timeout=max(remaining, 0.0))
-            if message is None:
+            if message is None or message["type"] != "message":
                 if remaining <= 0:
                     return
                 continue
@@ -78,3 +78,12 @@ def create(api: APIClient, **fields) -> dict:
 
 def new_agent() -> str:
     return str(uuid.uuid4())
+
+
+def pytest_configure(config) -> None:
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if "postgresql" not in engine:
+        raise pytest.UsageError(
+            "The tests run against PostgreSQL and Redis: use `make test`, or set "
+            "DATABASE_URL=postgres://... and REDIS_URL=redis://..."
+        )
