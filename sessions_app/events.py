@@ -1,17 +1,28 @@
-"""Session events on the Redis channel ``events:session``.
+"""Session events: the event store (a transactional outbox) and the ``events:session`` channel.
 
 Every event has one envelope, built here and nowhere else::
 
     {"event_id", "event_type", "aggregate_type": "session", "aggregate_id",
      "occurred_at", "payload": {...}}
 
-Events leave the process only after the transaction that caused them commits
-(``publish_on_commit``): a subscriber never hears of a change that rolled back,
-and a subscriber that reads the session on receipt sees the new state.
+and is published with its ``sequence`` added.
 
-When Redis is not configured the events are logged instead; when it is down,
-the request still succeeds and the failure is logged once (and its recovery
-once), not on every request.
+How an event travels:
+
+1. ``record`` writes it to the ``Event`` table inside the transaction of the
+   change it describes. A rollback takes the event with it; a commit keeps it.
+   On PostgreSQL a transaction-scoped advisory lock makes events take their
+   sequence numbers in commit order, so ``sequence > N`` never skips one.
+2. After the commit, the same process publishes it to Redis at once and marks
+   it published. It holds an event back when an older event of the same
+   session is still unpublished, so a subscriber sees each session in order.
+3. Whatever could not be published (Redis down, a network error, the process
+   killed between commit and publish) stays unpublished and ``relay_events``
+   delivers it later, in sequence order.
+
+Delivery is therefore at least once: a consumer deduplicates by ``event_id``.
+When Redis is not configured the events are stored and logged, not published;
+when it is down the request still succeeds and the failure is logged once.
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -28,7 +41,7 @@ from django.db import transaction
 from django.utils import timezone
 
 if TYPE_CHECKING:
-    from .models import Session
+    from .models import Event, Session
 
 log = logging.getLogger("sessions_app.events")
 
@@ -36,6 +49,11 @@ CREATED = "session.created"
 UPDATED = "session.updated"
 DELETED = "session.deleted"
 RECOVERED = "session.recovered"
+
+# pg_advisory_xact_lock key that orders event numbering by commit ("sess" + "evnt").
+EVENT_ORDER_LOCK = 0x73657373_65766E74
+# pg_try_advisory_lock key that lets one relay at a time publish.
+RELAY_LOCK = EVENT_ORDER_LOCK + 1
 
 
 def envelope(event_type: str, session_id: Any, payload: dict) -> dict:
@@ -96,37 +114,54 @@ class Publisher:
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._client_url = ""
-        self._failing = False
+        self.failing = False
         self._warned_unconfigured = False
 
     def _get_client(self, url: str) -> redis.Redis:
         with self._lock:
             if self._client is None or self._client_url != url:
                 self._client = redis.Redis.from_url(
-                    url, socket_connect_timeout=1.0, socket_timeout=1.0, health_check_interval=30
+                    url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=30
                 )
                 self._client_url = url
             return self._client
 
-    def publish(self, event: dict) -> bool:
-        """Publish one event; answer whether Redis took it. Never raises."""
+    @property
+    def configured(self) -> bool:
+        return bool(settings.REDIS_URL)
+
+    def send(self, messages: list[dict]) -> None:
+        """Publish in order; raise redis.RedisError/OSError when Redis did not take them all."""
+        client = self._get_client(settings.REDIS_URL)
+        channel = settings.EVENTS_CHANNEL
+        encoded = [json.dumps(m, separators=(",", ":"), default=str) for m in messages]
+        if len(encoded) == 1:
+            client.publish(channel, encoded[0])
+            return
+        pipe = client.pipeline(transaction=False)
+        for data in encoded:
+            pipe.publish(channel, data)
+        pipe.execute()
+
+    def publish(self, messages: list[dict]) -> bool:
+        """Publish; answer whether Redis took them. Never raises; logs a failure once."""
         url = settings.REDIS_URL
-        message = json.dumps(event, separators=(",", ":"), default=str)
         if not url:
             if not self._warned_unconfigured:
                 self._warned_unconfigured = True
-                log.warning("REDIS_URL is not set: events are logged here and not published")
-            log.info("event %s", message)
+                log.warning("REDIS_URL is not set: events are stored and logged here, not published")
+            for message in messages:
+                log.info("event %s", json.dumps(message, default=str))
             return False
         try:
-            self._get_client(url).publish(settings.EVENTS_CHANNEL, message)
+            self.send(messages)
         except (redis.RedisError, OSError) as exc:
-            if not self._failing:
-                self._failing = True
+            if not self.failing:
+                self.failing = True
                 log.warning("Cannot publish events to Redis at %s: %s", _safe_url(url), exc)
             return False
-        if self._failing:
-            self._failing = False
+        if self.failing:
+            self.failing = False
             log.warning("Redis at %s is reachable again: publishing events", _safe_url(url))
         return True
 
@@ -142,5 +177,192 @@ def _safe_url(url: str) -> str:
 publisher = Publisher()
 
 
-def publish_on_commit(event: dict) -> None:
-    transaction.on_commit(lambda: publisher.publish(event), robust=True)
+# --- Recording (inside the transaction) -------------------------------------
+
+
+def record(event: dict) -> None:
+    """Store the event with the change being made; publish it after the commit."""
+    if not settings.EVENT_STORE:
+        transaction.on_commit(lambda: publisher.publish([event]), robust=True)
+        return
+    from .models import Event
+
+    connection = transaction.get_connection()
+    with transaction.atomic(savepoint=False):  # joins the caller's transaction, no savepoint
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [EVENT_ORDER_LOCK])
+        payload = event["payload"]
+        row = Event.objects.create(
+            event_id=event["event_id"],
+            event_type=event["event_type"],
+            aggregate_type=event["aggregate_type"],
+            aggregate_id=event["aggregate_id"],
+            agent_id=payload.get("agent_id"),
+            payload=payload,
+            occurred_at=datetime.fromisoformat(event["occurred_at"]),
+        )
+        transaction.on_commit(_Deliver(row), robust=True)
+
+
+# Kept for callers written before the event store.
+publish_on_commit = record
+
+
+class _Deliver:
+    """After-commit callback; the last one of a transaction delivers all of them in one go."""
+
+    _buffer = threading.local()
+
+    def __init__(self, row: Event) -> None:
+        self.row = row
+        self.__qualname__ = "events.deliver"  # named in Django's log if it ever fails
+
+    def __call__(self) -> None:
+        buffer = getattr(self._buffer, "rows", None)
+        if buffer is None:
+            buffer = self._buffer.rows = []
+        buffer.append(self.row)
+        if self._more_to_come():
+            return
+        self._buffer.rows = None
+        deliver(buffer)
+
+    @staticmethod
+    def _more_to_come() -> bool:
+        try:
+            pending = transaction.get_connection().run_on_commit
+            return any(isinstance(entry[1], _Deliver) for entry in pending)
+        except (AttributeError, IndexError, TypeError):
+            return False
+
+
+def deliver(rows: list[Event]) -> int:
+    """Publish freshly committed events at once and mark them; answer how many went out."""
+    from .models import Event
+
+    if not publisher.configured:
+        publisher.publish([r.message() for r in rows])
+        return 0
+    # An older unpublished event of the same session goes first, through the relay.
+    first = min(r.sequence for r in rows)
+    held = {
+        str(aggregate_id)
+        for aggregate_id in Event.objects.filter(
+            aggregate_id__in={r.aggregate_id for r in rows}, published_at__isnull=True, sequence__lt=first
+        ).values_list("aggregate_id", flat=True)
+    }
+    ready = [r for r in rows if str(r.aggregate_id) not in held]
+    if not ready or not publisher.publish([r.message() for r in ready]):
+        return 0
+    Event.objects.filter(sequence__in=[r.sequence for r in ready]).update(published_at=timezone.now())
+    return len(ready)
+
+
+# --- The relay --------------------------------------------------------------
+
+
+class RelayBusy(Exception):
+    """Another relay holds the relay lock."""
+
+
+def relay_batch(batch_size: int = 500, *, grace_seconds: float | None = None) -> int:
+    """Publish the oldest unpublished events in sequence order and mark them.
+
+    Answers how many were published (0: nothing to do). Raises RelayBusy when
+    another relay is at work and redis errors when Redis refuses; the caller
+    backs off. Events younger than the grace period are left to the process
+    that committed them, which publishes them at once.
+    """
+    from .models import Event
+
+    grace = settings.RELAY_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    connection = transaction.get_connection()
+    locked = connection.vendor == "postgresql"
+    if locked:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [RELAY_LOCK])
+            if not cursor.fetchone()[0]:
+                raise RelayBusy()
+    try:
+        cutoff = timezone.now() - timedelta(seconds=grace)
+        rows = list(
+            Event.objects.filter(published_at__isnull=True, occurred_at__lte=cutoff).order_by("sequence")[:batch_size]
+        )
+        if not rows:
+            return 0
+        publisher.send([r.message() for r in rows])
+        Event.objects.filter(sequence__in=[r.sequence for r in rows]).update(published_at=timezone.now())
+        return len(rows)
+    finally:
+        if locked:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [RELAY_LOCK])
+
+
+def unpublished_count() -> int:
+    from .models import Event
+
+    return Event.objects.filter(published_at__isnull=True).count()
+
+
+def as_messages(rows: Iterable[Event]) -> list[dict[str, Any]]:
+    return [r.message() for r in rows]
+
+
+def run_relay(
+    *,
+    stop: threading.Event,
+    batch_size: int = 500,
+    idle_seconds: float = 1.0,
+    once: bool = False,
+    report: Callable[[int], None] | None = None,
+    pause: float = 0.0,
+) -> int:
+    """Publish unpublished events until ``stop`` is set (or, with ``once``, until none is left).
+
+    Backs off while Redis is down (1 s doubling to 30 s) and carries on by
+    itself when it is back; waits while another relay holds the lock. Answers
+    how many events it published.
+    """
+    from django.db import InterfaceError, OperationalError, close_old_connections
+
+    total = 0
+    backoff = 0.0
+    while not stop.is_set():
+        close_old_connections()
+        try:
+            sent = relay_batch(batch_size, grace_seconds=0 if once else None)
+        except RelayBusy:
+            if once:
+                log.warning("Another relay holds the relay lock: leaving the events to it")
+                return total
+            stop.wait(idle_seconds)
+            continue
+        except (redis.RedisError, OSError) as exc:
+            backoff = min(max(backoff * 2, 1.0), 30.0)
+            if not publisher.failing:
+                publisher.failing = True
+                log.warning("Relay cannot reach Redis (%s); retrying with backoff", exc)
+            if once:
+                raise
+            stop.wait(backoff)
+            continue
+        except (OperationalError, InterfaceError):
+            log.exception("Relay pass failed on the database; retrying")
+            stop.wait(idle_seconds)
+            continue
+        if publisher.failing:
+            publisher.failing = False
+            log.warning("Relay reached Redis again: delivering held events")
+        backoff = 0.0
+        total += sent
+        if report is not None and sent:
+            report(sent)
+        if pause and sent:
+            stop.wait(pause)
+        if sent < batch_size:
+            if once:
+                return total
+            stop.wait(idle_seconds)
+    return total

@@ -149,3 +149,54 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} for agent {self.agent_id}"
+
+
+class Event(models.Model):
+    """The event store and transactional outbox.
+
+    Each event is written in the same transaction as the change it describes,
+    so a committed change always has its event and a rolled-back one never
+    does. ``sequence`` is global and increasing, and on PostgreSQL events are
+    numbered in commit order (see ``events.record``), so a consumer that reads
+    ``sequence > N`` never skips one. ``published_at`` stays empty until Redis
+    took the event; the relay delivers what is left.
+    """
+
+    sequence = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    event_type = models.CharField(max_length=64)
+    aggregate_type = models.CharField(max_length=32, default="session")
+    aggregate_id = models.UUIDField()
+    agent_id = models.UUIDField(null=True, blank=True)
+    payload = models.JSONField(default=dict)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["sequence"]
+        indexes = [
+            # GET /sessions/{id}/events/ and /events/?aggregate_id=...: one session's events in order.
+            models.Index(fields=["aggregate_id", "sequence"], name="event_aggregate_seq"),
+            # /events/?agent_id=... and ?event_type=...
+            models.Index(fields=["agent_id", "sequence"], name="event_agent_seq"),
+            models.Index(fields=["event_type", "sequence"], name="event_type_seq"),
+            # The relay's queue: tiny, as nearly all events are published at once.
+            models.Index(fields=["sequence"], condition=Q(published_at__isnull=True), name="event_unpublished"),
+            # Retention: published events by age.
+            models.Index(fields=["occurred_at"], condition=Q(published_at__isnull=False), name="event_published_age"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.event_type} {self.aggregate_id}"
+
+    def message(self) -> dict:
+        """The message published on events:session: the envelope plus its sequence."""
+        return {
+            "event_id": str(self.event_id),
+            "event_type": self.event_type,
+            "aggregate_type": self.aggregate_type,
+            "aggregate_id": str(self.aggregate_id),
+            "occurred_at": self.occurred_at.isoformat(),
+            "sequence": self.sequence,
+            "payload": self.payload,
+        }

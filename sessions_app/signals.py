@@ -17,16 +17,16 @@ def session_saved(sender, instance: Session, created: bool, update_fields, raw: 
     if raw:
         return
     if created:
-        events.publish_on_commit(events.session_created(instance))
+        events.record(events.session_created(instance))
         return
     updates = getattr(instance, "_event_updates", None)
     if updates is None:  # a save outside the domain functions: name what it wrote
         written = update_fields or Session.WRITABLE_FIELDS
         updates = [f for f in Session.WRITABLE_FIELDS if f in written]
     if updates:
-        events.publish_on_commit(events.session_updated(instance, updates, getattr(instance, "_previous_status", None)))
+        events.record(events.session_updated(instance, updates, getattr(instance, "_previous_status", None)))
 
 
 @receiver(post_delete, sender=Session, dispatch_uid="session_deleted")
 def session_deleted(sender, instance: Session, **kwargs) -> None:
-    events.publish_on_commit(events.session_deleted(instance))
+    events.record(events.session_deleted(instance))

@@ -178,6 +178,13 @@ STORAGES = {
 # Redis for events:session. Empty: events are logged, not published.
 REDIS_URL = env_str("REDIS_URL", "")
 EVENTS_CHANNEL = "events:session"
+# Store every event in the Event table with the change (the outbox). Off only to
+# measure what the store costs: events are then published but not replayable.
+EVENT_STORE = env_bool("EVENT_STORE", True)
+# The relay leaves events this young to the process that committed them.
+RELAY_GRACE_SECONDS = env_int("RELAY_GRACE_SECONDS", 2, minimum=0)
+# Published events older than this are removed by `manage.py cleanup_events`.
+EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
 # Newest checkpoint history entries kept per session.
 CHECKPOINT_HISTORY_LIMIT = env_int("CHECKPOINT_HISTORY_LIMIT", 50, minimum=1)
 # Recovery attempts before a crashed session stops being handed out.

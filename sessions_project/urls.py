@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from sessions_app import views
+from sessions_app import event_views, views
 
 
 class OptionalSlashRouter(SimpleRouter):
@@ -25,6 +25,8 @@ urlpatterns = [
     re_path(r"^api/schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^api/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^healthz/?$", views.health, name="health"),
+    re_path(r"^events/?$", event_views.EventListView.as_view(), name="event-list"),
+    re_path(r"^sessions/(?P<pk>[^/]+)/events/?$", event_views.SessionEventListView.as_view(), name="session-events"),
     *router.urls,
 ]
 

@@ -47,10 +47,19 @@ class Subscriber:
             self.seen.append(json.loads(message["data"]))
 
     def events(self, aggregate_id=None, *, count: int | None = None, timeout: float = 2.0) -> list[dict]:
-        """Events received so far (for one session if given), waiting until `count` arrived."""
+        """Events received so far for one session id, or a collection of ids (None: all), waiting for `count`.
+
+        Other processes may publish on the same Redis, so tests name what they expect.
+        """
+        if aggregate_id is None:
+            wanted = None
+        elif isinstance(aggregate_id, (set, frozenset, list, tuple)):
+            wanted = {str(a) for a in aggregate_id}
+        else:
+            wanted = {str(aggregate_id)}
         deadline = time.monotonic() + timeout
         while True:
-            found = [e for e in self.seen if aggregate_id is None or e["aggregate_id"] == str(aggregate_id)]
+            found = [e for e in self.seen if wanted is None or e["aggregate_id"] in wanted]
             remaining = deadline - time.monotonic()
             if (count is not None and len(found) >= count) or remaining <= 0:
                 return found
