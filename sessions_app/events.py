@@ -210,53 +210,54 @@ publish_on_commit = record
 
 
 class _Deliver:
-    """After-commit callback; the last one of a transaction delivers all of them in one go."""
+    """After-commit callback for one stored event.
 
-    _buffer = threading.local()
+    One callback per event (not one per transaction) so that Django drops the
+    callbacks of a rolled-back savepoint together with its events.
+    """
 
     def __init__(self, row: Event) -> None:
         self.row = row
         self.__qualname__ = "events.deliver"  # named in Django's log if it ever fails
 
     def __call__(self) -> None:
-        buffer = getattr(self._buffer, "rows", None)
-        if buffer is None:
-            buffer = self._buffer.rows = []
-        buffer.append(self.row)
-        if self._more_to_come():
-            return
-        self._buffer.rows = None
-        deliver(buffer)
+        deliver([self.row])
 
-    @staticmethod
-    def _more_to_come() -> bool:
-        try:
-            pending = transaction.get_connection().run_on_commit
-            return any(isinstance(entry[1], _Deliver) for entry in pending)
-        except (AttributeError, IndexError, TypeError):
-            return False
+
+# How many older unpublished events of a session a request delivers before its own.
+BACKLOG_LIMIT = 1000
 
 
 def deliver(rows: list[Event]) -> int:
-    """Publish freshly committed events at once and mark them; answer how many went out."""
+    """Publish freshly committed events at once and mark them; answer how many went out.
+
+    A session's older events that are still unpublished (Redis was down) go
+    out first, in order, so a subscriber never sees a session out of order and
+    a session that is written to again heals its own backlog without waiting
+    for the relay.
+    """
     from .models import Event
 
     if not publisher.configured:
         publisher.publish([r.message() for r in rows])
         return 0
-    # An older unpublished event of the same session goes first, through the relay.
     first = min(r.sequence for r in rows)
-    held = {
-        str(aggregate_id)
-        for aggregate_id in Event.objects.filter(
+    backlog = list(
+        Event.objects.filter(
             aggregate_id__in={r.aggregate_id for r in rows}, published_at__isnull=True, sequence__lt=first
-        ).values_list("aggregate_id", flat=True)
-    }
-    ready = [r for r in rows if str(r.aggregate_id) not in held]
-    if not ready or not publisher.publish([r.message() for r in ready]):
+        ).order_by("sequence")[: BACKLOG_LIMIT + 1]
+    )
+    if len(backlog) > BACKLOG_LIMIT:  # a long outage: leave this session to the relay, in order
+        held = {str(e.aggregate_id) for e in backlog}
+        backlog = []
+        rows = [r for r in rows if str(r.aggregate_id) not in held]
+        if not rows:
+            return 0
+    batch = backlog + rows
+    if not publisher.publish([r.message() for r in batch]):
         return 0
-    Event.objects.filter(sequence__in=[r.sequence for r in ready]).update(published_at=timezone.now())
-    return len(ready)
+    Event.objects.filter(sequence__in=[r.sequence for r in batch]).update(published_at=timezone.now())
+    return len(batch)
 
 
 # --- The relay --------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django import forms
 from django.conf import settings
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 
@@ -38,6 +41,27 @@ class StrictBooleanFilter(filters.BooleanFilter):
         super().__init__(*args, **kwargs)
 
 
+class UTCDateTimeField(IsoDateTimeField):
+    """ISO 8601, with or without a time zone (naive means UTC), handed to the database in UTC.
+
+    Converting here keeps odd but valid offsets (+16:00) and dates at the edge
+    of the calendar from reaching the database as values it refuses.
+    """
+
+    def to_python(self, value):
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except OverflowError:
+            raise forms.ValidationError("Out of range.", code="invalid") from None
+
+
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
+
+
 class MultipleChoiceInFilter(filters.MultipleChoiceFilter):
     """?status=a&status=b as one `IN (...)`: no OR chain, no DISTINCT, so the indexes serve it."""
 
@@ -55,14 +79,14 @@ class SessionFilterSet(filters.FilterSet):
     session_type = filters.CharFilter(help_text="Exact session type.")
     runtime_backend = MultipleChoiceInFilter(choices=Session.RuntimeBackend.choices)
     parent_id = filters.UUIDFilter(field_name="parent_id", help_text="Sessions forked from this one.")
-    created_after = filters.IsoDateTimeFilter(
+    created_after = UTCDateTimeFilter(
         field_name="created_at", lookup_expr="gte", help_text="ISO 8601; created at or after. Naive times are UTC."
     )
-    created_before = filters.IsoDateTimeFilter(
+    created_before = UTCDateTimeFilter(
         field_name="created_at", lookup_expr="lt", help_text="ISO 8601; created strictly before. Naive times are UTC."
     )
-    updated_after = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
-    updated_before = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="lt")
+    updated_after = UTCDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_before = UTCDateTimeFilter(field_name="updated_at", lookup_expr="lt")
     recoverable = StrictBooleanFilter(
         method="filter_recoverable",
         help_text="true: sessions with recovery attempts left; false: those that have used up MAX_RECOVERY_ATTEMPTS.",

@@ -7,6 +7,7 @@ import uuid
 from django.db import connection
 from django.http import JsonResponse
 from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.utils import translate_validation
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -18,11 +19,14 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from . import lifecycle
+from . import lifecycle, recovery
 from .filters import SessionFilterSet, StrictOrderingFilter
+from .metrics import session_metrics
+from .metrics_serializers import SessionMetricsSerializer
 from .models import Checkpoint, Session
 from .pagination import SessionCursorPagination
 from .parsers import MERGE_PATCH
+from .recovery_serializers import LivenessErrorSerializer, RecoverRequestSerializer, RecoveryErrorSerializer
 from .serializers import (
     CheckpointSerializer,
     ErrorSerializer,
@@ -244,6 +248,101 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             return uuid.UUID(str(self.kwargs[self.lookup_field]))
         except ValueError:
             raise Session.DoesNotExist from None
+
+    # --- liveness and recovery ---------------------------------------------
+
+    @extend_schema(
+        summary="Heartbeat: the agent is alive",
+        description=(
+            "Records `last_heartbeat_at` (and `last_activity_at`, which the crash detector watches) in one "
+            "write. Publishes no event and leaves the version (ETag) alone. Any other change to a session "
+            "counts as activity too."
+        ),
+        parameters=[SESSION_ID],
+        request=None,
+        responses={
+            204: OpenApiResponse(description="Recorded."),
+            404: NOT_FOUND,
+            409: OpenApiResponse(LivenessErrorSerializer, description="The session has ended (completed or crashed)."),
+        },
+    )
+    @action(detail=True, methods=["post"], pagination_class=None, filter_backends=[])
+    def heartbeat(self, request, *args, **kwargs):
+        recovery.heartbeat(self._session_pk())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        operation_id="sessions_recover_oldest",
+        summary="Recover the oldest crashed session",
+        description=(
+            "Hands the oldest crashed session (by ended_at, then created_at) that matches the optional filters "
+            "to the caller: in one transaction it becomes `active`, its `recovery_attempts` grows by one and "
+            "`recovered_at` is set. Resume from `checkpoint.resume_prompt`. Concurrent callers never receive the "
+            "same session. Sessions that have used up MAX_RECOVERY_ATTEMPTS are not handed out. Publishes "
+            "`session.updated` (previous_status crashed) and `session.recovered`."
+        ),
+        request=RecoverRequestSerializer,
+        responses={
+            200: SessionSerializer,
+            204: OpenApiResponse(description="No crashed session to recover."),
+            400: VALIDATION_ERROR,
+            415: UNSUPPORTED,
+        },
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="recover",
+        url_name="recover-next",
+        pagination_class=None,
+        filter_backends=[],
+    )
+    def recover_next(self, request, *args, **kwargs):
+        serializer = RecoverRequestSerializer(data=request.data if request.data else {})
+        serializer.is_valid(raise_exception=True)
+        session = recovery.claim_next(**serializer.validated_data)
+        if session is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return _with_etag(Response(SessionSerializer(session).data), session)
+
+    @extend_schema(
+        operation_id="sessions_recover",
+        summary="Recover this crashed session",
+        description="As POST /sessions/recover, for one given session.",
+        parameters=[SESSION_ID],
+        request=None,
+        responses={
+            200: SessionSerializer,
+            404: NOT_FOUND,
+            409: OpenApiResponse(
+                RecoveryErrorSerializer,
+                description="Not crashed (code not_crashed), or no recovery attempts left (code recovery_exhausted).",
+            ),
+        },
+    )
+    @action(detail=True, methods=["post"], pagination_class=None, filter_backends=[])
+    def recover(self, request, *args, **kwargs):
+        session = recovery.recover_session(self._session_pk())
+        return _with_etag(Response(SessionSerializer(session).data), session)
+
+    # --- metrics ------------------------------------------------------------
+
+    @extend_schema(
+        summary="Session metrics",
+        description=(
+            "Counts by status, session type and runtime backend; durations of ended sessions (seconds); crash "
+            "rate; recoveries; sessions created per day (UTC). Takes the same filters as the list (for example "
+            "agent_id, created_after and created_before choose the range). Computed by the database."
+        ),
+        filters=True,
+        responses={200: SessionMetricsSerializer, 400: VALIDATION_ERROR},
+    )
+    @action(detail=False, methods=["get"], pagination_class=None, filter_backends=[DjangoFilterBackend])
+    def metrics(self, request, *args, **kwargs):
+        filterset = SessionFilterSet(request.query_params, queryset=Session.objects.all(), request=request)
+        if not filterset.is_valid():
+            raise translate_validation(filterset.errors)
+        return Response(SessionMetricsSerializer(session_metrics(filterset.qs)).data)
 
 
 @extend_schema(exclude=True)

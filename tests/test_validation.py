@@ -156,3 +156,16 @@ def test_unknown_paths_answer_json_404(api):
     response = api.get("/nowhere/")
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("created_after=2026-01-01T00:00:00%2B16:00", 200),  # a legal offset PostgreSQL itself refuses
+        ("created_after=0001-01-01T00:00:00%2B01:00", 400),  # before year 1 in UTC
+        ("updated_before=9999-12-31T23:59:59-05:00", 400),  # after year 9999 in UTC
+    ],
+)
+def test_time_filters_at_the_edges_never_answer_500(api, query, code):
+    for path in ("/sessions/", "/sessions/metrics/"):
+        assert api.get(f"{path}?{query}").status_code == code
