@@ -19,7 +19,6 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import events
 from .models import Checkpoint, IdempotencyKey, Session
 
 Status = Session.Status
@@ -67,6 +66,18 @@ class IdempotencyConflict(LifecycleError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"Idempotency-Key {key!r} was already used by this agent with a different request body.")
+
+
+class SessionEnded(LifecycleError):
+    """A heartbeat for a session that has ended (409)."""
+
+    http_status = 409
+    code = "session_ended"
+
+    def __init__(self, current_status: str) -> None:
+        self.current_status = current_status
+        self.extra = {"current_status": current_status}
+        super().__init__(f"The session is {current_status}: heartbeats are taken from active or paused sessions only.")
 
 
 class CheckpointNotFound(LifecycleError):
@@ -328,10 +339,8 @@ def heartbeat(session_id: uuid.UUID | str) -> None:
     done = Session.objects.filter(pk=session_id, status__in=live).update(last_heartbeat_at=now, last_activity_at=now)
     if done:
         return
-    session = Session.objects.only("status").get(pk=session_id)
-    raise InvalidChange(
-        "status", f"The session is {session.status}: heartbeats are taken from active or paused sessions only."
-    )
+    # Only the refusal path pays for a second query, to name the status.
+    raise SessionEnded(Session.objects.only("status").get(pk=session_id).status)
 
 
 __all__ = [
@@ -340,6 +349,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidChange",
     "InvalidTransition",
+    "SessionEnded",
     "LifecycleError",
     "VersionMismatch",
     "change_status",
@@ -347,7 +357,6 @@ __all__ = [
     "create_session",
     "create_session_idempotent",
     "delete_session",
-    "events",
     "fork_session",
     "get_checkpoint",
     "heartbeat",

@@ -1,4 +1,4 @@
-"""Liveness and crash recovery: heartbeats, the crash detector, the recovery queue.
+"""Liveness and crash recovery: the crash detector and the recovery queue (heartbeats: ``lifecycle``).
 
 The status rules stay in ``lifecycle``: every move here goes through
 ``check_transition``, ``_apply_status`` and ``_save_change``, so a session
@@ -54,18 +54,6 @@ _CRASH_FIELDS = ("id", "agent_id", "status", "last_activity_at", "updated_at", "
 # --- Errors (the API maps http_status and code; see exceptions._domain_response) ---
 
 
-class SessionNotLive(lifecycle.LifecycleError):
-    """A heartbeat for a session that has ended."""
-
-    http_status = 409
-    code = "session_ended"
-
-    def __init__(self, current_status: str) -> None:
-        self.current_status = current_status
-        self.extra = {"current_status": current_status}
-        super().__init__(f"The session is {current_status}: heartbeats are taken from active or paused sessions only.")
-
-
 class RecoveryRefused(lifecycle.LifecycleError):
     """A recovery of a session that is not crashed, or has used up its attempts."""
 
@@ -83,16 +71,6 @@ class RecoveryRefused(lifecycle.LifecycleError):
 
 
 # --- Liveness ---------------------------------------------------------------
-
-
-def heartbeat(session_id: uuid.UUID | str) -> None:
-    """Record that the agent is alive (one UPDATE, no event); refuse ended sessions with 409."""
-    try:
-        lifecycle.heartbeat(session_id)
-    except lifecycle.InvalidChange:
-        # Only the refusal path pays for a second query, to name the status.
-        current = Session.objects.only("status").get(pk=session_id).status
-        raise SessionNotLive(current) from None
 
 
 def mark_stale_sessions_crashed(

@@ -268,7 +268,7 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     )
     @action(detail=True, methods=["post"], pagination_class=None, filter_backends=[])
     def heartbeat(self, request, *args, **kwargs):
-        recovery.heartbeat(self._session_pk())
+        lifecycle.heartbeat(self._session_pk())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
