@@ -14,6 +14,9 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 wsgi_app = "sessions_project.wsgi:application"
+# gunicorn's control socket defaults to one path per user, shared by every
+# gunicorn on the machine: a second server would take it over. We don't use it.
+control_socket_disable = True
 
 
 # --- Companion processes ---------------------------------------------------

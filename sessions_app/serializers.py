@@ -7,6 +7,7 @@ misspelt ``checkpiont`` can never be silently dropped.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 
@@ -52,6 +53,29 @@ class StrictChoiceField(serializers.ChoiceField):
         return super().to_internal_value(data)
 
 
+def storable_json_problem(value) -> str | None:
+    """Why PostgreSQL's jsonb would refuse this value, or None (walked without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "Text may not contain the NUL character (\\u0000)."
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "Text may not contain unpaired surrogates."
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "Numbers must be finite (no NaN or Infinity)."
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
 @extend_schema_field({"type": "object", "additionalProperties": True})
 class JSONObjectField(serializers.JSONField):
     default_error_messages = {"not_object": "Must be a JSON object."}
@@ -59,6 +83,9 @@ class JSONObjectField(serializers.JSONField):
     def to_internal_value(self, data):
         if not isinstance(data, Mapping):
             self.fail("not_object")
+        problem = storable_json_problem(data)
+        if problem:
+            raise serializers.ValidationError(problem)
         return dict(data)
 
 

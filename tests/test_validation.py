@@ -169,3 +169,26 @@ def test_unknown_paths_answer_json_404(api):
 def test_time_filters_at_the_edges_never_answer_500(api, query, code):
     for path in ("/sessions/", "/sessions/metrics/"):
         assert api.get(f"{path}?{query}").status_code == code
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"agent_id": "550e8400-e29b-41d4-a716-446655440000", "session_type": "t", "context": {"a\\u0000b": 1}}',
+        b'{"agent_id": "550e8400-e29b-41d4-a716-446655440000", "session_type": "t", "context": {"a": "\\ud800"}}',
+        b'{"agent_id": "550e8400-e29b-41d4-a716-446655440000", "session_type": "t", "checkpoint": {"a": 1e999}}',
+        b'{"agent_id": "550e8400-e29b-41d4-a716-446655440000", "session_type": "t", "runtime_metadata": {"a": NaN}}',
+    ],
+)
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
+def test_json_the_database_cannot_store_is_a_400_not_a_500(api, raw, content_type):
+    response = api.generic("POST", "/sessions/", raw, content_type=content_type)
+    assert response.status_code == 400
+    assert Session.objects.count() == 0
+
+
+def test_a_body_nested_too_deeply_is_a_400(api):
+    session = create(api)
+    deep = b'{"context": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    response = api.generic("PATCH", f"/sessions/{session['id']}", deep, content_type="application/json")
+    assert response.status_code == 400
