@@ -152,6 +152,8 @@ def create_session(data: Mapping[str, Any], *, parent: Session | None = None) ->
         session.ended_at = now
     if session.status != Status.CRASHED:
         session.crash_reason = ""
+    if session.checkpoint:
+        session.checkpoint_seq = 1
     with transaction.atomic():
         session.save(force_insert=True)
         if session.checkpoint:
@@ -244,6 +246,9 @@ def _save_change(session: Session, changed: list[str], extra: Iterable[str], pre
     session.updated_at = now
     session.last_activity_at = now
     session.version += 1
+    if "checkpoint" in changed:  # the caller then records the history entry
+        session.checkpoint_seq += 1
+        extra = (*extra, "checkpoint_seq")
     session._event_updates = [f for f in Session.WRITABLE_FIELDS if f in changed]
     session._previous_status = previous_status
     session.save(update_fields=sorted({*changed, *extra, *_BOOKKEEPING}))
@@ -274,9 +279,12 @@ def delete_session(session_id: uuid.UUID | str, *, if_match: str | None = None) 
 
 
 def _record_checkpoint(session: Session, now) -> Checkpoint:
-    """Append the session's current checkpoint to its history (caller holds the row)."""
-    last = Checkpoint.objects.filter(session=session).order_by("-number").values_list("number", flat=True).first()
-    number = (last or 0) + 1
+    """Append the session's current checkpoint to its history as entry ``checkpoint_seq``.
+
+    The caller holds the session row (or has just created it) and has already
+    counted the entry, so numbers never collide and no read is needed.
+    """
+    number = session.checkpoint_seq
     entry = Checkpoint.objects.create(session=session, number=number, checkpoint=session.checkpoint, created_at=now)
     keep = settings.CHECKPOINT_HISTORY_LIMIT
     if number > keep:

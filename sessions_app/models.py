@@ -65,6 +65,8 @@ class Session(models.Model):
     crash_reason = models.CharField(max_length=200, blank=True, default="")
     recovery_attempts = models.PositiveIntegerField(default=0)
     recovered_at = models.DateTimeField(null=True, blank=True)
+    # Number of the newest checkpoint history entry (the row is locked while it grows).
+    checkpoint_seq = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -182,6 +184,12 @@ class Event(models.Model):
             models.Index(fields=["event_type", "sequence"], name="event_type_seq"),
             # The relay's queue: tiny, as nearly all events are published at once.
             models.Index(fields=["sequence"], condition=Q(published_at__isnull=True), name="event_unpublished"),
+            # After each commit: does this session have older unpublished events (its backlog)?
+            models.Index(
+                fields=["aggregate_id", "sequence"],
+                condition=Q(published_at__isnull=True),
+                name="event_unpublished_session",
+            ),
             # Retention: published events by age.
             models.Index(fields=["occurred_at"], condition=Q(published_at__isnull=False), name="event_published_age"),
         ]

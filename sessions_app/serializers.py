@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -222,6 +224,44 @@ class SessionSerializer(serializers.ModelSerializer):
     def get_duration_seconds(self, obj: Session) -> float:
         end = obj.ended_at or timezone.now()
         return round((end - obj.created_at).total_seconds(), 3)
+
+    def to_representation(self, obj: Session) -> dict:
+        """The same output as the declared fields, built directly: this runs for every session served."""
+        return session_representation(obj, settings.MAX_RECOVERY_ATTEMPTS)
+
+
+def _iso(value: datetime | None) -> str | None:
+    """DRF's ISO 8601 output: UTC written with a Z."""
+    if value is None:
+        return None
+    text = value.astimezone(UTC).isoformat() if value.tzinfo is not None else value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def session_representation(obj: Session, max_attempts: int) -> dict:
+    end = obj.ended_at or timezone.now()
+    return {
+        "id": str(obj.id),
+        "agent_id": str(obj.agent_id),
+        "session_type": obj.session_type,
+        "status": obj.status,
+        "context": obj.context,
+        "checkpoint": obj.checkpoint,
+        "runtime_backend": obj.runtime_backend,
+        "runtime_metadata": obj.runtime_metadata,
+        "created_at": _iso(obj.created_at),
+        "updated_at": _iso(obj.updated_at),
+        "version": obj.version,
+        "ended_at": _iso(obj.ended_at),
+        "duration_seconds": round((end - obj.created_at).total_seconds(), 3),
+        "parent_id": str(obj.parent_id) if obj.parent_id else None,
+        "last_heartbeat_at": _iso(obj.last_heartbeat_at),
+        "last_activity_at": _iso(obj.last_activity_at),
+        "crash_reason": obj.crash_reason,
+        "recovery_attempts": obj.recovery_attempts,
+        "recovered_at": _iso(obj.recovered_at),
+        "recoverable": obj.recovery_attempts < max_attempts,
+    }
 
 
 class CheckpointSerializer(serializers.ModelSerializer):

@@ -65,9 +65,11 @@ def database_from_url(url: str) -> dict:
             "HOST": parsed.hostname or "",
             "PORT": str(parsed.port or ""),
             "OPTIONS": options,
-            # Persistent connections: one per worker, checked before reuse.
+            # Persistent connections: one per worker thread. A health check
+            # would cost a SELECT 1 per request; a connection that broke is
+            # dropped after the one request that hit it.
             "CONN_MAX_AGE": env_int("CONN_MAX_AGE", 600, minimum=0),
-            "CONN_HEALTH_CHECKS": True,
+            "CONN_HEALTH_CHECKS": env_bool("CONN_HEALTH_CHECKS", False),
         }
     if parsed.scheme == "sqlite":
         # sqlite:///relative.db (next to manage.py) or sqlite:////absolute/path.db
