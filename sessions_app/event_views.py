@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import uuid
 
+from django import forms
 from django.utils.http import urlencode
 from django_filters import rest_framework as filters
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, OpenApiTypes, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -46,8 +48,12 @@ class EventPageSerializer(serializers.Serializer):
     results = EventSerializer(many=True)
 
 
+class IntegerFilter(filters.NumberFilter):
+    field_class = forms.IntegerField
+
+
 class EventFilterSet(filters.FilterSet):
-    after = filters.NumberFilter(
+    after = IntegerFilter(
         field_name="sequence", lookup_expr="gt", min_value=0, help_text="Events with a sequence above this one."
     )
     aggregate_id = filters.UUIDFilter(help_text="Events of this session.")
@@ -87,8 +93,7 @@ class EventPageView(APIView):
         rows = list(filterset.qs.order_by("sequence")[: limit + 1])
         more = len(rows) > limit
         rows = rows[:limit]
-        after = request.query_params.get("after")
-        last = rows[-1].sequence if rows else (int(after) if after else None)
+        last = rows[-1].sequence if rows else filterset.form.cleaned_data.get("after")
         next_url = None
         if more:
             params = request.query_params.copy()
@@ -98,9 +103,14 @@ class EventPageView(APIView):
 
 
 class EventListView(EventPageView):
+    # Declared for the schema generator, which documents the FilterSet's parameters.
+    filter_backends = [DjangoFilterBackend]
+    filterset_class = EventFilterSet
+    queryset = Event.objects.all()
+
     @extend_schema(
         summary="Catch up on all events, in sequence order",
-        parameters=[EventFilterSet, LIMIT],
+        parameters=[LIMIT],
         responses={200: EventPageSerializer, 400: BAD_QUERY},
         filters=True,
     )

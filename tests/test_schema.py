@@ -125,6 +125,7 @@ def seed_sessions() -> None:
                 version=3 if status == Session.Status.ACTIVE else 4,
                 ended_at=now if ended else None,
                 crash_reason="seeded crash" if status == Session.Status.CRASHED else "",
+                checkpoint_seq=3,  # the history below holds entries 1 to 3
             )
         )
     Session.objects.bulk_create(
