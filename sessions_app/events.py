@@ -242,10 +242,16 @@ def deliver(rows: list[Event]) -> int:
         publisher.publish([r.message() for r in rows])
         return 0
     first = min(r.sequence for r in rows)
-    backlog = list(
-        Event.objects.filter(
-            aggregate_id__in={r.aggregate_id for r in rows}, published_at__isnull=True, sequence__lt=first
-        ).order_by("sequence")[: BACKLOG_LIMIT + 1]
+    # A session's first event (its creation) can have no backlog: skip the query.
+    known = {r.aggregate_id for r in rows if r.event_type != CREATED}
+    backlog = (
+        list(
+            Event.objects.filter(aggregate_id__in=known, published_at__isnull=True, sequence__lt=first).order_by(
+                "sequence"
+            )[: BACKLOG_LIMIT + 1]
+        )
+        if known
+        else []
     )
     if len(backlog) > BACKLOG_LIMIT:  # a long outage: leave this session to the relay, in order
         held = {str(e.aggregate_id) for e in backlog}
@@ -256,8 +262,25 @@ def deliver(rows: list[Event]) -> int:
     batch = backlog + rows
     if not publisher.publish([r.message() for r in batch]):
         return 0
-    Event.objects.filter(sequence__in=[r.sequence for r in batch]).update(published_at=timezone.now())
+    mark_published([r.sequence for r in batch])
     return len(batch)
+
+
+def mark_published(sequences: list[int]) -> None:
+    """Record that Redis took these events.
+
+    On PostgreSQL without waiting for the WAL flush: should the mark be lost
+    in a crash, the relay only publishes the events again (at least once).
+    """
+    from .models import Event
+
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        Event.objects.filter(sequence__in=sequences).update(published_at=timezone.now())
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        Event.objects.filter(sequence__in=sequences).update(published_at=timezone.now())
 
 
 # --- The relay --------------------------------------------------------------
@@ -293,7 +316,7 @@ def relay_batch(batch_size: int = 500, *, grace_seconds: float | None = None) ->
         if not rows:
             return 0
         publisher.send([r.message() for r in rows])
-        Event.objects.filter(sequence__in=[r.sequence for r in rows]).update(published_at=timezone.now())
+        mark_published([r.sequence for r in rows])
         return len(rows)
     finally:
         if locked:
