@@ -10,7 +10,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 export PORT
 
-.PHONY: run test install install-dev services lint bench clean
+.PHONY: run test install install-dev services browser lint bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,16 @@ run: install
 services:
 	bash scripts/ensure-services.sh
 
-test: install-dev services
+browser:
+	bash scripts/ensure-browser.sh
+
+test: install-dev services browser
 	$(BIN)/ruff check .
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+
+# Refresh docs/screenshots/ (the browser tests take them).
+screenshots: install-dev services browser
+	SAVE_SCREENSHOTS=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m browser
 
 lint: install-dev
 	$(BIN)/ruff check .
