@@ -187,22 +187,55 @@ def record(event: dict) -> None:
         return
     from .models import Event
 
+    payload = event["payload"]
+    row = Event(
+        event_id=event["event_id"],
+        event_type=event["event_type"],
+        aggregate_type=event["aggregate_type"],
+        aggregate_id=event["aggregate_id"],
+        agent_id=payload.get("agent_id"),
+        payload=payload,
+        occurred_at=datetime.fromisoformat(event["occurred_at"]),
+    )
     connection = transaction.get_connection()
     with transaction.atomic(savepoint=False):  # joins the caller's transaction, no savepoint
         if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [EVENT_ORDER_LOCK])
-        payload = event["payload"]
-        row = Event.objects.create(
-            event_id=event["event_id"],
-            event_type=event["event_type"],
-            aggregate_type=event["aggregate_type"],
-            aggregate_id=event["aggregate_id"],
-            agent_id=payload.get("agent_id"),
-            payload=payload,
-            occurred_at=datetime.fromisoformat(event["occurred_at"]),
-        )
+            _insert_in_commit_order(connection, row)
+        else:  # SQLite: writers are serialised already
+            row.save(force_insert=True)
+            row.has_backlog = None
         transaction.on_commit(_Deliver(row), robust=True)
+
+
+# One round trip: take the event-order lock, insert, and learn whether the
+# session has older events that are still unpublished (its backlog).
+_INSERT_SQL = """
+WITH event_order AS (SELECT pg_advisory_xact_lock(%s))
+INSERT INTO {table} (event_id, event_type, aggregate_type, aggregate_id, agent_id, payload, occurred_at)
+SELECT %s, %s, %s, %s, %s, %s::jsonb, %s FROM event_order
+RETURNING sequence, {backlog}
+"""
+_BACKLOG_SQL = "EXISTS (SELECT 1 FROM {table} e WHERE e.aggregate_id = %s AND e.published_at IS NULL)"
+
+
+def _insert_in_commit_order(connection, row: Event) -> None:
+    table = row._meta.db_table
+    backlog = "false" if row.event_type == CREATED else _BACKLOG_SQL.format(table=table)
+    params = [
+        EVENT_ORDER_LOCK,
+        row.event_id,
+        row.event_type,
+        row.aggregate_type,
+        row.aggregate_id,
+        row.agent_id,
+        json.dumps(row.payload),
+        row.occurred_at,
+    ]
+    if row.event_type != CREATED:
+        params.append(row.aggregate_id)
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_SQL.format(table=table, backlog=backlog), params)
+        row.sequence, row.has_backlog = cursor.fetchone()
 
 
 # Kept for callers written before the event store.
@@ -242,8 +275,9 @@ def deliver(rows: list[Event]) -> int:
         publisher.publish([r.message() for r in rows])
         return 0
     first = min(r.sequence for r in rows)
-    # A session's first event (its creation) can have no backlog: skip the query.
-    known = {r.aggregate_id for r in rows if r.event_type != CREATED}
+    # Ask only for sessions that may have a backlog: on PostgreSQL the insert
+    # already said (has_backlog); a session's creation never has one.
+    known = {r.aggregate_id for r in rows if r.event_type != CREATED and getattr(r, "has_backlog", None) is not False}
     backlog = (
         list(
             Event.objects.filter(aggregate_id__in=known, published_at__isnull=True, sequence__lt=first).order_by(
