@@ -12,6 +12,8 @@ events leaves neither a gap nor a duplicate at the seam.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import uuid
 
@@ -81,28 +83,33 @@ class Command(BaseCommand):
         stop = threading.Event()
         restore = stop_on_signals(stop)
         wakeup = self._subscribe()
-        printed = 0
         try:
-            while not stop.is_set():
-                close_old_connections()
-                batch = list(queryset.filter(sequence__gt=last).order_by("sequence")[:500])
-                for event in batch:
-                    line = json.dumps(event.message(), default=str) if options["json"] else describe(event)
-                    self.stdout.write(line)
-                    last = event.sequence
-                    printed += 1
-                    if options["count"] and printed >= options["count"]:
-                        return
-                self.stdout.flush()
-                if len(batch) == 500:
-                    continue
-                if options["no_follow"]:
-                    return
-                self._wait(wakeup, stop)
+            self._follow(queryset, last, options, stop, wakeup)
+        except BrokenPipeError:  # `tail_events | head`: the reader has gone, so stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         finally:
             restore()
             if wakeup is not None:
                 wakeup.close()
+
+    def _follow(self, queryset, last: int, options, stop: threading.Event, wakeup) -> None:
+        printed = 0
+        while not stop.is_set():
+            close_old_connections()
+            batch = list(queryset.filter(sequence__gt=last).order_by("sequence")[:500])
+            for event in batch:
+                line = json.dumps(event.message(), default=str) if options["json"] else describe(event)
+                self.stdout.write(line)
+                last = event.sequence
+                printed += 1
+                if options["count"] and printed >= options["count"]:
+                    return
+            self.stdout.flush()
+            if len(batch) == 500:
+                continue
+            if options["no_follow"]:
+                return
+            self._wait(wakeup, stop)
 
     def _subscribe(self):
         """Subscribe to events:session to wake up at once; without Redis, poll."""
