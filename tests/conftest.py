@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 from rest_framework.test import APIClient
 
 AGENT = "550e8400-e29b-41d4-a716-446655440000"
@@ -87,6 +91,35 @@ def create(api: APIClient, **fields) -> dict:
 
 def new_agent() -> str:
     return str(uuid.uuid4())
+
+
+def run_together(n: int, work: Callable[[int, APIClient], object]) -> list:
+    """Run work(i, client) in n real threads released at the same moment, each with its own
+    API client and database connection; answer the results in order of i."""
+    barrier = threading.Barrier(n)
+
+    def one(i: int):
+        client = APIClient()
+        try:
+            barrier.wait(timeout=10)
+            return work(i, client)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n), timeout=120))
+
+
+def command_env() -> dict[str, str]:
+    """The environment for a manage.py subprocess that uses the test database and Redis."""
+    db = connection.settings_dict
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def pytest_configure(config) -> None:

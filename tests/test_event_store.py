@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from django.utils import timezone
 from sessions_app import lifecycle
 from sessions_app.models import Event, Session
 
-from .conftest import AGENT, create, new_agent
+from .conftest import AGENT, command_env, create, new_agent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,13 +31,6 @@ def relay_once() -> str:
     out = io.StringIO()
     call_command("relay_events", "--once", stdout=out)
     return out.getvalue()
-
-
-def subprocess_env() -> dict:
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    return env
 
 
 def test_every_committed_change_leaves_its_event_and_the_message_carries_the_sequence(api, subscriber):
@@ -122,7 +114,7 @@ def test_a_relay_killed_in_the_middle_of_a_batch_loses_nothing_after_a_restart(s
     session_id, sequences = _unpublished_events(settings, 300)
     relay = subprocess.Popen(
         [sys.executable, "manage.py", "relay_events", "--batch-size", "5", "--pause", "0.02"],
-        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env=command_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         subscriber.events(session_id, count=40, timeout=20)
@@ -145,7 +137,7 @@ def test_two_relays_at_once_neither_skip_nor_reorder(settings, subscriber):
         subprocess.Popen(
             [sys.executable, "manage.py", "relay_events", "--once", "--batch-size", "20"],
             cwd=ROOT,
-            env=subprocess_env(),
+            env=command_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

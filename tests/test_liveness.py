@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.db.models.signals import post_save
@@ -23,7 +21,7 @@ from sessions_app import recovery
 from sessions_app.durations import parse_duration
 from sessions_app.models import Session
 
-from .conftest import create, new_agent
+from .conftest import command_env, create, new_agent, run_together
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -256,24 +254,11 @@ def test_the_detector_refuses_bad_arguments_with_a_clear_message(arguments, mess
 @pytest.mark.django_db(transaction=True)
 def test_several_detectors_running_at_once_never_mark_a_session_twice(api, subscriber):
     ids = {stale_session(api)["id"] for _ in range(60)}
-    start = threading.Barrier(4)
-    marked: list[str] = []
-    lock = threading.Lock()
 
-    def detector() -> None:
-        try:
-            start.wait()
-            found = recovery.mark_stale_sessions_crashed(timedelta(minutes=15), batch_size=5)
-            with lock:
-                marked.extend(str(s.pk) for s in found)
-        finally:
-            connection.close()
+    def detector(i, client) -> list[str]:
+        return [str(s.pk) for s in recovery.mark_stale_sessions_crashed(timedelta(minutes=15), batch_size=5)]
 
-    threads = [threading.Thread(target=detector) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    marked = [pk for found in run_together(4, detector) for pk in found]
 
     assert sorted(marked) == sorted(ids)  # every session once, none twice
     assert set(Session.objects.filter(pk__in=ids).values_list("version", flat=True)) == {1 + 1}
@@ -384,24 +369,13 @@ def test_a_stop_during_a_pass_lets_the_current_batch_finish_and_starts_no_other(
     assert Session.objects.filter(pk__in=ids, status="active").count() == 3
 
 
-def _command_env() -> dict[str, str]:
-    db = connection.settings_dict
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_detector_command_runs_until_sigterm_and_exits_cleanly(api):
     body = stale_session(api)
     process = subprocess.Popen(
         [sys.executable, "manage.py", "detect_crashed_sessions", "--stale-after", "15m", "--interval", "1s"],
         cwd=BASE_DIR,
-        env=_command_env(),
+        env=command_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

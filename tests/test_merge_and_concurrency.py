@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
-from django.db import connection
 from hypothesis import given
 from hypothesis import strategies as st
-from rest_framework.test import APIClient
 
 from sessions_app.lifecycle import merge_patch
 from sessions_app.models import Session
 
-from .conftest import AGENT, create
+from .conftest import AGENT, create, run_together
 
 MERGE = "application/merge-patch+json"
 
@@ -105,22 +99,6 @@ def test_application_json_still_replaces(api):
 
 
 # --- Concurrency with real threads --------------------------------------------
-
-
-def run_together(n: int, work: Callable[[int, APIClient], object]) -> list:
-    """Run work(i, client) in n threads released at the same moment, each with its own connection."""
-    barrier = threading.Barrier(n)
-
-    def one(i: int):
-        client = APIClient()
-        try:
-            barrier.wait(timeout=10)
-            return work(i, client)
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
 
 
 @pytest.mark.django_db(transaction=True)

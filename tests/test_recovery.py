@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -18,7 +16,7 @@ from sessions_app import recovery
 from sessions_app.filters import SessionFilterSet
 from sessions_app.models import Session
 
-from .conftest import create, new_agent
+from .conftest import create, new_agent, run_together
 
 RESUME = {"step": 5, "state": {"files": ["a.ts"]}, "resume_prompt": "Continue from step 5"}
 
@@ -227,25 +225,7 @@ def test_recovering_an_unknown_session_answers_404(api, session_id):
 @pytest.mark.django_db(transaction=True)
 def test_of_callers_recovering_the_same_session_at_once_exactly_one_wins():
     session = crashed(APIClient())
-    start = threading.Barrier(10)
-    codes: list[int] = []
-    lock = threading.Lock()
-
-    def caller() -> None:
-        try:
-            client = APIClient()
-            start.wait()
-            code = client.post(f"/sessions/{session['id']}/recover").status_code
-            with lock:
-                codes.append(code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=caller) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    codes = run_together(10, lambda i, client: client.post(f"/sessions/{session['id']}/recover").status_code)
 
     assert Counter(codes) == {200: 1, 409: 9}
     assert Session.objects.get(pk=session["id"]).recovery_attempts == 1
@@ -347,26 +327,12 @@ def test_the_recoverable_filter_on_its_own(api):
 
 def _recover_concurrently(callers: int) -> list[tuple[int, str | None]]:
     """``callers`` threads, each with its own client and database connection, all POST at once."""
-    start = threading.Barrier(callers)
-    results: list[tuple[int, str | None]] = []
-    lock = threading.Lock()
 
-    def caller() -> None:
-        try:
-            client = APIClient()
-            start.wait()
-            response = client.post("/sessions/recover", {}, format="json")
-            claimed = response.json()["id"] if response.status_code == 200 else None
-            with lock:
-                results.append((response.status_code, claimed))
-        finally:
-            connection.close()
+    def caller(i, client) -> tuple[int, str | None]:
+        response = client.post("/sessions/recover", {}, format="json")
+        return response.status_code, (response.json()["id"] if response.status_code == 200 else None)
 
-    threads = [threading.Thread(target=caller) for _ in range(callers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    results = run_together(callers, caller)
     assert len(results) == callers
     return results
 
