@@ -19,6 +19,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .filters import refuse_unknown_params
 from .models import Event, Session
 from .pagination import parse_limit
 from .serializers import ErrorSerializer, JSONObjectField
@@ -85,7 +86,8 @@ class EventPageView(APIView):
     default_limit = 100
     max_limit = 1000
 
-    def page(self, request, queryset):
+    def page(self, request, queryset, known=(*EventFilterSet.base_filters, "limit")):
+        refuse_unknown_params(request.query_params, known)
         filterset = EventFilterSet(request.query_params, queryset=queryset)
         if not filterset.is_valid():
             raise serializers.ValidationError(filterset.errors)
@@ -136,4 +138,4 @@ class SessionEventListView(EventPageView):
         queryset = Event.objects.filter(aggregate_id=session_id)
         if not Session.objects.filter(pk=session_id).exists() and not queryset.exists():
             raise NotFound()
-        return self.page(request, queryset)
+        return self.page(request, queryset, known=("after", "limit"))

@@ -9,7 +9,7 @@ from django.conf import settings
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from rest_framework.exceptions import ValidationError
-from rest_framework.filters import OrderingFilter
+from rest_framework.filters import BaseFilterBackend, OrderingFilter
 
 from .models import Session
 
@@ -126,3 +126,20 @@ class StrictOrderingFilter(OrderingFilter):
                 "schema": {"type": "string", "enum": list(self.choices)},
             }
         ]
+
+
+def refuse_unknown_params(query_params, known) -> None:
+    """A misspelt filter (?stauts=active) is a 400 naming it, never silently ignored."""
+    unknown = sorted(set(query_params) - set(known))
+    if unknown:
+        raise ValidationError({name: ["Unknown query parameter."] for name in unknown})
+
+
+class KnownParamsFilter(BaseFilterBackend):
+    """First list filter backend: only the FilterSet's parameters, paging and ordering are accepted."""
+
+    extra = ("limit", "cursor", "ordering")
+
+    def filter_queryset(self, request, queryset, view):
+        refuse_unknown_params(request.query_params, [*view.filterset_class.base_filters, *self.extra])
+        return queryset

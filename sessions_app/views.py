@@ -20,7 +20,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from . import lifecycle, recovery
-from .filters import SessionFilterSet, StrictOrderingFilter
+from .filters import KnownParamsFilter, SessionFilterSet, StrictOrderingFilter, refuse_unknown_params
 from .metrics import session_metrics
 from .metrics_serializers import SessionMetricsSerializer
 from .models import Checkpoint, Session
@@ -94,7 +94,7 @@ def _with_etag(response: Response, session: Session) -> Response:
 class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = Session.objects.all()
     serializer_class = SessionSerializer
-    filter_backends = [DjangoFilterBackend, StrictOrderingFilter]
+    filter_backends = [KnownParamsFilter, DjangoFilterBackend, StrictOrderingFilter]
     filterset_class = SessionFilterSet
     pagination_class = SessionCursorPagination
     lookup_value_regex = "[^/]+"
@@ -339,6 +339,7 @@ class SessionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     )
     @action(detail=False, methods=["get"], pagination_class=None, filter_backends=[DjangoFilterBackend])
     def metrics(self, request, *args, **kwargs):
+        refuse_unknown_params(request.query_params, SessionFilterSet.base_filters)
         filterset = SessionFilterSet(request.query_params, queryset=Session.objects.all(), request=request)
         if not filterset.is_valid():
             raise translate_validation(filterset.errors)

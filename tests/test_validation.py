@@ -192,3 +192,10 @@ def test_a_body_nested_too_deeply_is_a_400(api):
     deep = b'{"context": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
     response = api.generic("PATCH", f"/sessions/{session['id']}", deep, content_type="application/json")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/sessions/", "/sessions/metrics/", "/events/"])
+def test_a_misspelt_query_parameter_is_a_400_not_ignored(api, path):
+    response = api.get(f"{path}?stauts=active")
+    assert response.status_code == 400
+    assert response.json() == {"stauts": ["Unknown query parameter."]}
