@@ -71,7 +71,19 @@ class MultipleChoiceInFilter(filters.MultipleChoiceFilter):
         return qs.filter(**{f"{self.field_name}__in": list(value)})
 
 
-class SessionFilterSet(filters.FilterSet):
+class CachedFormFilterSet(filters.FilterSet):
+    """django-filter builds a new form class for every request; ours never change, so build each once."""
+
+    def get_form_class(self):
+        cls = type(self)
+        form_class = cls.__dict__.get("_form_class")
+        if form_class is None:
+            form_class = super().get_form_class()
+            cls._form_class = form_class
+        return form_class
+
+
+class SessionFilterSet(CachedFormFilterSet):
     agent_id = filters.UUIDFilter(help_text="Sessions of this agent.")
     status = MultipleChoiceInFilter(
         choices=Session.Status.choices, help_text="One or several: status=active&status=paused."
