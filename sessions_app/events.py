@@ -31,7 +31,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -238,10 +238,6 @@ def _insert_in_commit_order(connection, row: Event) -> None:
         row.sequence, row.has_backlog = cursor.fetchone()
 
 
-# Kept for callers written before the event store.
-publish_on_commit = record
-
-
 class _Deliver:
     """After-commit callback for one stored event.
 
@@ -366,10 +362,6 @@ def unpublished_count() -> int:
     from .models import Event
 
     return Event.objects.filter(published_at__isnull=True).count()
-
-
-def as_messages(rows: Iterable[Event]) -> list[dict[str, Any]]:
-    return [r.message() for r in rows]
 
 
 def run_relay(

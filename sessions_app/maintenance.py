@@ -134,7 +134,7 @@ def cleanup_sessions(
                 by_status[status] = by_status.get(status, 0) + 1
             dependents = _delete_dependents(ids)
             deleted = Session.objects.filter(pk__in=ids)._raw_delete(Session.objects.db)
-            events.publish_on_commit(sessions_cleaned(run_id, result.batches + 1, ids, by_status, cutoff, agent_id))
+            events.record(sessions_cleaned(run_id, result.batches + 1, ids, by_status, cutoff, agent_id))
         last_id = ids[-1]
         result.batches += 1
         result.sessions += deleted

@@ -206,7 +206,7 @@ def _recover(session: Session) -> None:
     lifecycle._save_change(
         session, ["status"], ["ended_at", "crash_reason", "recovery_attempts", "recovered_at"], previous, now
     )
-    events.publish_on_commit(events.session_recovered(session))
+    events.record(events.session_recovered(session))
 
 
 @dataclass

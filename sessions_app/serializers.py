@@ -281,13 +281,6 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
 
 
-class ValidationErrorSerializer(serializers.Serializer):
-    """A 400: each bad field (or query parameter) with its messages."""
-
-    class Meta:
-        ref_name = "ValidationError"
-
-
 class TransitionErrorSerializer(ErrorSerializer):
     current_status = serializers.ChoiceField(choices=Session.Status.choices)
     requested_status = serializers.ChoiceField(choices=Session.Status.choices)
