@@ -13,6 +13,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -170,7 +171,8 @@ def create_session_idempotent(data: Mapping[str, Any], key: str, fingerprint: st
     """Create at most one session per (agent, key); answer (session, created).
 
     The unique index on (agent_id, key) settles races: concurrent requests
-    wait on the first one's insert and then find its session.
+    wait on the first one's insert and then find its session. A key is
+    remembered for IDEMPOTENCY_KEY_TTL_HOURS; after that it starts afresh.
     """
     agent_id = data["agent_id"]
     try:
@@ -182,6 +184,9 @@ def create_session_idempotent(data: Mapping[str, Any], key: str, fingerprint: st
         pass
     existing = IdempotencyKey.objects.select_related("session").filter(agent_id=agent_id, key=key).first()
     if existing is None:  # the first session was deleted meanwhile: start again
+        return create_session_idempotent(data, key, fingerprint)
+    if existing.created_at < timezone.now() - timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS):
+        IdempotencyKey.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
         return create_session_idempotent(data, key, fingerprint)
     if existing.request_hash != fingerprint:
         raise IdempotencyConflict(key)

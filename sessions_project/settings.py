@@ -187,6 +187,8 @@ EVENT_STORE = env_bool("EVENT_STORE", True)
 RELAY_GRACE_SECONDS = env_int("RELAY_GRACE_SECONDS", 2, minimum=0)
 # Published events older than this are removed by `manage.py cleanup_events`.
 EVENT_RETENTION_DAYS = env_int("EVENT_RETENTION_DAYS", 30, minimum=1)
+# How long an Idempotency-Key of POST /sessions/ is remembered.
+IDEMPOTENCY_KEY_TTL_HOURS = env_int("IDEMPOTENCY_KEY_TTL_HOURS", 24, minimum=1)
 # Newest checkpoint history entries kept per session.
 CHECKPOINT_HISTORY_LIMIT = env_int("CHECKPOINT_HISTORY_LIMIT", 50, minimum=1)
 # Recovery attempts before a crashed session stops being handed out.

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
-from sessions_app.models import Checkpoint, Session
+import pytest
+from django.utils import timezone
+
+from sessions_app.models import Checkpoint, IdempotencyKey, Session
 
 from .conftest import AGENT, create
 
@@ -131,3 +134,15 @@ def test_the_same_idempotency_key_with_another_body_is_a_409(api):
     assert response.status_code == 409
     assert response.json()["code"] == "idempotency_conflict"
     assert Session.objects.count() == 1
+
+
+def test_an_idempotency_key_is_forgotten_after_its_time_to_live(api, settings):
+    settings.IDEMPOTENCY_KEY_TTL_HOURS = 24
+    body = {"agent_id": AGENT, "session_type": "task"}
+    first = api.post("/sessions/", body, format="json", HTTP_IDEMPOTENCY_KEY="k3").json()
+    IdempotencyKey.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    again = api.post("/sessions/", body, format="json", HTTP_IDEMPOTENCY_KEY="k3")
+    assert again.status_code == 201
+    assert again.json()["id"] != first["id"]
+    retry = api.post("/sessions/", body, format="json", HTTP_IDEMPOTENCY_KEY="k3")
+    assert retry.status_code == 200 and retry.json()["id"] == again.json()["id"]
