@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from sessions_app.durations import parse_duration
+from sessions_app.management.options import duration_option
 from sessions_app.models import Event
 
 
@@ -46,10 +46,7 @@ class Command(BaseCommand):
     def handle(self, *args, older_than, batch_size: int, dry_run: bool, **options) -> None:
         if batch_size < 1:
             raise CommandError("--batch-size: must be at least 1.")
-        try:
-            age = parse_duration(older_than or f"{settings.EVENT_RETENTION_DAYS}d")
-        except ValueError as exc:
-            raise CommandError(f"--older-than: {exc}") from None
+        age = duration_option("--older-than", older_than or f"{settings.EVENT_RETENTION_DAYS}d")
         cutoff = timezone.now() - age
         started = time.monotonic()
         removed = prune_events(

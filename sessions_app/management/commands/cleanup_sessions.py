@@ -15,8 +15,8 @@ import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sessions_app.durations import parse_duration
 from sessions_app.maintenance import CleanupResult, cleanup_sessions
+from sessions_app.management.options import duration_option
 from sessions_app.models import Session
 
 BAR_WIDTH = 30
@@ -52,10 +52,7 @@ class Command(BaseCommand):
         batch_size: int,
         **options,
     ) -> None:
-        try:
-            age = parse_duration(older_than)
-        except ValueError as exc:
-            raise CommandError(f"--older-than: {exc}") from None
+        age = duration_option("--older-than", older_than)
         if agent_id is not None:
             try:
                 agent_id = str(uuid.UUID(agent_id))

@@ -11,21 +11,13 @@ once: each session is marked by exactly one of them.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sessions_app.durations import parse_duration
+from sessions_app.management.options import duration_option
 from sessions_app.management.stopping import stop_on_signals
 from sessions_app.models import Session
 from sessions_app.recovery import DETECT_BATCH_SIZE, mark_stale_sessions_crashed, run_crash_detector
-
-
-def duration_option(name: str, value: str) -> timedelta:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise CommandError(f"{name}: {exc}") from None
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ import redis
 from django.core.management.base import BaseCommand, CommandError
 
 from sessions_app import events
-from sessions_app.durations import parse_duration
+from sessions_app.management.options import duration_option
 from sessions_app.management.stopping import stop_on_signals
 
 
@@ -36,10 +36,7 @@ class Command(BaseCommand):
             raise CommandError("--pause: must not be negative.")
         if batch_size < 1:
             raise CommandError("--batch-size: must be at least 1.")
-        try:
-            idle = parse_duration(interval).total_seconds()
-        except ValueError as exc:
-            raise CommandError(f"--interval: {exc}") from None
+        idle = duration_option("--interval", interval).total_seconds()
         if not events.publisher.configured:
             raise CommandError("REDIS_URL is not set: there is nowhere to publish events.")
 
