@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -222,12 +220,11 @@ class SessionSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.DOUBLE)
     def get_duration_seconds(self, obj: Session) -> float:
-        end = obj.ended_at or timezone.now()
-        return round((end - obj.created_at).total_seconds(), 3)
+        return round(obj.duration.total_seconds(), 3)
 
     def to_representation(self, obj: Session) -> dict:
         """The same output as the declared fields, built directly: this runs for every session served."""
-        return session_representation(obj, settings.MAX_RECOVERY_ATTEMPTS)
+        return session_representation(obj)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -238,8 +235,7 @@ def _iso(value: datetime | None) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def session_representation(obj: Session, max_attempts: int) -> dict:
-    end = obj.ended_at or timezone.now()
+def session_representation(obj: Session) -> dict:
     return {
         "id": str(obj.id),
         "agent_id": str(obj.agent_id),
@@ -253,14 +249,14 @@ def session_representation(obj: Session, max_attempts: int) -> dict:
         "updated_at": _iso(obj.updated_at),
         "version": obj.version,
         "ended_at": _iso(obj.ended_at),
-        "duration_seconds": round((end - obj.created_at).total_seconds(), 3),
+        "duration_seconds": round(obj.duration.total_seconds(), 3),
         "parent_id": str(obj.parent_id) if obj.parent_id else None,
         "last_heartbeat_at": _iso(obj.last_heartbeat_at),
         "last_activity_at": _iso(obj.last_activity_at),
         "crash_reason": obj.crash_reason,
         "recovery_attempts": obj.recovery_attempts,
         "recovered_at": _iso(obj.recovered_at),
-        "recoverable": obj.recovery_attempts < max_attempts,
+        "recoverable": obj.recoverable,
     }
 
 
